@@ -1,0 +1,48 @@
+# Everything runs from the virtual environment .venv, created on first use.
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+PY := $(BIN)/python
+# nbgrader calls alembic by name
+export PATH := $(BIN):$(PATH)
+ASSIGNMENT_NAMES := $(notdir $(wildcard solutions/*))
+
+.PHONY: all venv book assignments grade-demo grade test lint clean
+
+## all: set up, build the book and grade the demo class (the main job)
+all: book grade-demo
+
+$(VENV)/installed.txt: requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip freeze > $@
+
+venv: $(VENV)/installed.txt
+
+## book: build the book into _build/html (warnings are errors)
+book: venv
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+## assignments: regenerate assignments/ (nbgrader's release) from solutions/ (its source)
+assignments: venv
+	for name in $(ASSIGNMENT_NAMES); do $(BIN)/nbgrader generate_assignment $$name --force || exit 1; done
+
+## grade-demo: grade the demo submissions in tests/demo into _build/grades
+grade-demo: venv
+	$(PY) -m autograder grade tests/demo/submitted --out _build/grades --jobs 2
+
+## grade: grade a collected class, e.g. make grade SUBMITTED=submitted OUT=grades
+grade: venv
+	$(PY) -m autograder grade $(or $(SUBMITTED),submitted) --out $(or $(OUT),grades) --jobs $(or $(JOBS),2)
+
+lint: venv
+	$(BIN)/ruff check --line-length 120 --select E,F,W,B,I,UP autograder tests nbgrader_config.py
+	$(BIN)/ruff format --line-length 120 --check autograder tests nbgrader_config.py
+
+## test: every test: lint, grader and catalogue, fresh assignments, notebooks under nbval, the strict book build
+test: lint
+	$(BIN)/pytest tests -p no:cacheprovider
+	$(BIN)/pytest --nbval-lax solutions book -p no:cacheprovider
+	$(MAKE) book
+
+clean:
+	rm -rf _build

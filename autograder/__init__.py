@@ -1,0 +1,1 @@
+"""The course's hidden autograder. Run it as ``python -m autograder grade ...``."""

@@ -1,0 +1,130 @@
+"""Reading a submitted notebook: from a file of unknown quality to the code to grade.
+
+Only definitions are kept: imports, ``def`` and ``class`` statements, and the
+top-level assignments those definitions read (``EPS = 1e-9``). Training loops,
+plots and the notebook's own checks are not run during grading. The same rule
+works whether or not nbgrader's cell metadata survived (a notebook copied into a
+fresh Colab file, or rewritten by VS Code), because it looks at the code itself.
+"""
+
+import ast
+import json
+from dataclasses import dataclass, field
+
+import nbformat
+from IPython.core.inputtransformer2 import TransformerManager
+
+MAX_NOTEBOOK_BYTES = 200 * 1024 * 1024
+# cell magics whose body is ordinary Python
+PYTHON_CELL_MAGICS = {"time", "capture", "timeit"}
+
+
+class SubmissionError(Exception):
+    """The file can't be graded; the message says why, for the student."""
+
+
+@dataclass
+class ExtractedCode:
+    chunks: list  # [(label, source)] in notebook order
+    defined: list  # top-level names defined by def/class
+    metadata: dict
+    problems: list = field(default_factory=list)
+
+
+def read_notebook(path):
+    """Parse a submitted file into an nbformat 4 notebook, or explain why not."""
+    data = path.read_bytes() if path.stat().st_size <= MAX_NOTEBOOK_BYTES else None
+    if data is None:
+        raise SubmissionError(
+            f"the file is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB; clear the outputs and resubmit"
+        )
+    if not data.strip():
+        raise SubmissionError("the file is empty")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SubmissionError("the file is not UTF-8 text, so it is not a Jupyter notebook") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SubmissionError(f"the file is not valid JSON (truncated or not a notebook?): {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("nbformat"), int):
+        raise SubmissionError("the file is JSON but not a Jupyter notebook (no nbformat version)")
+    if raw["nbformat"] != 4:
+        raise SubmissionError(
+            f"the notebook uses the old format version {raw['nbformat']}; "
+            "open it in Jupyter or Colab, save it, and resubmit"
+        )
+    if not isinstance(raw.get("cells"), list):
+        raise SubmissionError("the notebook has no list of cells")
+    try:
+        # nbformat joins multi-line sources and fills in defaults; no strict validation,
+        # since Colab and VS Code write metadata of their own
+        return nbformat.reads(text, as_version=nbformat.NO_CONVERT)
+    except Exception as exc:  # noqa: BLE001 - any malformed structure
+        raise SubmissionError(f"the notebook's structure is damaged: {type(exc).__name__}: {exc}") from None
+
+
+def extract_code(notebook):
+    """The definitions to grade, in notebook order (a later definition wins, as when
+    the cells are run top to bottom)."""
+    transformer = TransformerManager()
+    problems = []
+    parsed = []  # (label, statement, source)
+    for index, cell in enumerate(notebook.cells, start=1):
+        if cell.get("cell_type") != "code" or not isinstance(cell.get("source"), str):
+            continue
+        label = f"<cell {index}>"
+        source = unwrap_cell_magic(cell.source)
+        if source is None:
+            continue
+        try:
+            source = transformer.transform_cell(source)
+            tree = ast.parse(source, filename=label)
+        except SyntaxError as exc:
+            problems.append(f"{label} has a syntax error and was skipped: line {exc.lineno}: {exc.msg}")
+            continue
+        for statement in tree.body:
+            parsed.append((label, statement, source))
+
+    definitions = [s for _, s, _ in parsed if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    read_by_definitions = {
+        node.id
+        for d in definitions
+        for node in ast.walk(d)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+    }
+    chunks = [
+        (label, statement_source(source, statement))
+        for label, statement, source in parsed
+        if keep_statement(statement, read_by_definitions)
+    ]
+    defined = [d.name for d in definitions]
+    return ExtractedCode(chunks=chunks, defined=defined, metadata=dict(notebook.get("metadata", {})), problems=problems)
+
+
+def statement_source(cell_source, statement):
+    """The statement's lines (decorators included), at their line numbers in the
+    cell, so that a traceback points at the student's own line."""
+    first = min([statement.lineno] + [d.lineno for d in getattr(statement, "decorator_list", [])])
+    lines = cell_source.splitlines()[first - 1 : statement.end_lineno]
+    return "\n" * (first - 1) + "\n".join(lines) + "\n"
+
+
+def unwrap_cell_magic(source):
+    """The Python inside a ``%%time``-style cell, ``None`` for non-Python cell magics."""
+    if not source.lstrip().startswith("%%"):
+        return source
+    first, _, body = source.lstrip().partition("\n")
+    magic = first[2:].split()[0] if first[2:].split() else ""
+    return body if magic in PYTHON_CELL_MAGICS else None
+
+
+def keep_statement(statement, read_by_definitions):
+    if isinstance(statement, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return True
+    if isinstance(statement, (ast.Assign, ast.AnnAssign)):
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+        names = [t.id for t in targets if isinstance(t, ast.Name)]
+        return len(names) == len(targets) and any(n in read_by_definitions for n in names)
+    return False
