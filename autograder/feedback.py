@@ -11,7 +11,15 @@ import torch
 
 
 class Feedback(AssertionError):
-    """A failed check, with a message that is safe and useful to show the student."""
+    """A failed check, with a message that is safe and useful to show the student.
+
+    ``diagnosed`` says the message already names the mistake, so the test's generic
+    hint would only distract.
+    """
+
+    def __init__(self, message, diagnosed=False):
+        super().__init__(message)
+        self.diagnosed = diagnosed
 
 
 def expect(condition, message):

@@ -9,6 +9,7 @@ fresh Colab file, or rewritten by VS Code), because it looks at the code itself.
 
 import ast
 import json
+import symtable
 from dataclasses import dataclass, field
 
 import nbformat
@@ -17,6 +18,7 @@ from IPython.core.inputtransformer2 import TransformerManager
 MAX_NOTEBOOK_BYTES = 200 * 1024 * 1024
 # cell magics whose body is ordinary Python
 PYTHON_CELL_MAGICS = {"time", "capture", "timeit"}
+DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
 class SubmissionError(Exception):
@@ -87,17 +89,12 @@ def extract_code(notebook):
         for statement in tree.body:
             parsed.append((label, statement, source))
 
-    definitions = [s for _, s, _ in parsed if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
-    read_by_definitions = {
-        node.id
-        for d in definitions
-        for node in ast.walk(d)
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
-    }
+    definitions = [s for _, s, _ in parsed if isinstance(s, DEFINITIONS)]
+    needed = globals_needed(parsed)
     chunks = [
         (label, statement_source(source, statement))
         for label, statement, source in parsed
-        if keep_statement(statement, read_by_definitions)
+        if keep_statement(statement, needed)
     ]
     defined = [d.name for d in definitions]
     return ExtractedCode(chunks=chunks, defined=defined, metadata=dict(notebook.get("metadata", {})), problems=problems)
@@ -120,11 +117,52 @@ def unwrap_cell_magic(source):
     return body if magic in PYTHON_CELL_MAGICS else None
 
 
-def keep_statement(statement, read_by_definitions):
-    if isinstance(statement, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return True
-    if isinstance(statement, (ast.Assign, ast.AnnAssign)):
-        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
-        names = [t.id for t in targets if isinstance(t, ast.Name)]
-        return len(names) == len(targets) and any(n in read_by_definitions for n in names)
+def global_names(source, statement):
+    """Module-level names a statement reads when it runs, or when the functions it
+    defines run (``symtable`` tells a function's globals from its locals)."""
+    names = set()
+    tables = [symtable.symtable(statement_source(source, statement), "<statement>", "exec")]
+    while tables:
+        table = tables.pop()
+        tables += table.get_children()
+        for symbol in table.get_symbols():
+            if symbol.is_referenced() and (table.get_type() == "module" or symbol.is_global()):
+                names.add(symbol.get_name())
+    return names
+
+
+def globals_needed(parsed):
+    """Names the definitions need from module level, following constants that
+    need other constants (``MAX_LEN = 2 * BASE``)."""
+    needed = set()
+    for _, statement, source in parsed:
+        if isinstance(statement, DEFINITIONS):
+            needed |= global_names(source, statement)
+    while True:
+        more = set()
+        for _, statement, source in parsed:
+            if is_constant(statement) and assigned_names(statement) & needed:
+                more |= global_names(source, statement)
+        if more <= needed:
+            return needed
+        needed |= more
+
+
+def assigned_names(statement):
+    targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+    return {t.id for t in targets if isinstance(t, ast.Name)}
+
+
+def is_constant(statement):
+    """``NAME = ...`` or ``NAME: type = ...`` at top level."""
+    if isinstance(statement, ast.Assign):
+        return all(isinstance(t, ast.Name) for t in statement.targets)
+    if isinstance(statement, ast.AnnAssign):
+        return isinstance(statement.target, ast.Name) and statement.value is not None
     return False
+
+
+def keep_statement(statement, needed):
+    if isinstance(statement, (ast.Import, ast.ImportFrom, *DEFINITIONS)):
+        return True
+    return is_constant(statement) and bool(assigned_names(statement) & needed)

@@ -151,7 +151,8 @@ def failure_message(excinfo, hint, submission):
         detail = "The check failed."
     parts = [detail]
     not_implemented = isinstance(exc, StudentError) and exc.type_name == "NotImplementedError"
-    if hint and not isinstance(exc, StudentCrash) and not not_implemented:
+    diagnosed = isinstance(exc, Feedback) and exc.diagnosed
+    if hint and not isinstance(exc, StudentCrash) and not not_implemented and not diagnosed:
         parts.append(f"Likely mistake: {hint}")
     return "\n".join(parts)
 

@@ -83,15 +83,23 @@ MUTANTS = [
         ("test_attention_memory_grows_quadratically_with_sequence_length",),
     ),
     Mutant(
-        "self_attention_calls_fused_kernel",
-        "SelfAttention calls PyTorch's fused kernel instead of its own attention",
+        "max_subtracted_with_item",
+        "subtracts the global maximum for stability, read with .item(), which needs real data",
+        ((SOFTMAX, "weights = torch.softmax(scores - scores.max().item(), dim=-1)"),),
+        ("test_everything_runs_on_the_meta_device", "test_attention_memory_on_meta_device_reaches_16k_tokens"),
+    ),
+    Mutant(
+        "causal_by_default",
+        "SelfAttention applies a causal mask when none is given",
         (
             (
                 "output, _ = scaled_dot_product_attention(q, k, v, mask)",
-                "output = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)",
+                "if mask is None:\n"
+                "            mask = torch.ones(x.size(1), x.size(1), dtype=torch.bool, device=x.device).tril()\n"
+                "        output, _ = scaled_dot_product_attention(q, k, v, mask)",
             ),
         ),
-        ("test_attention_memory_grows_quadratically_with_sequence_length",),
+        ("test_self_attention_is_permutation_equivariant", "test_self_attention_matches_formula_with_its_own_weights"),
     ),
     Mutant(
         "key_from_query_projection",
