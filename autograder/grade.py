@@ -55,7 +55,7 @@ GRADED_NAMES = {
     "05_vision_transformer": ["PatchEmbedding", "VisionTransformer", "attention_memory_bytes", "chunked_attention"],
 }
 
-SUBMISSION_TIMEOUT_S = 900
+SUBMISSION_TIMEOUT_S = 600
 
 
 def gradable_assignments():
@@ -180,9 +180,11 @@ def run_hidden_tests(assignment, extracted, device):
         return json.loads(results.read_text())
 
 
-def grade_one(job, device):
-    """Grade one submission; never raises for anything a submission contains."""
+def grade_one(job, device, out, force=False):
+    """Grade one submission and write its result; never raises for anything a
+    submission contains. A submission graded before is skipped unless ``force``."""
     started = time.monotonic()
+    isolation = None
     try:
         extracted = extract_code(read_notebook(job.path))
         job.problems += extracted.problems
@@ -191,9 +193,12 @@ def grade_one(job, device):
             raise SubmissionError("no graded function or class of any assignment was found in this notebook")
         if job.assignment not in gradable_assignments():
             raise SubmissionError(f"assignment {job.assignment} has no hidden tests yet")
+        previous = result_path(out, job.student, job.assignment)
+        if previous.exists() and not force:
+            return json.loads(previous.read_text())
         outcome = run_hidden_tests(job.assignment, extracted, device)
         job.problems += outcome["load_problems"]
-        tests, error = outcome["tests"], None
+        tests, error, isolation = outcome["tests"], None, outcome["isolation"]
     except SubmissionError as exc:
         tests, error = None, str(exc)
     except Exception as exc:  # noqa: BLE001 - a grader bug must not stop the class
@@ -201,10 +206,12 @@ def grade_one(job, device):
     if tests is None:
         catalogue = collect_tests(job.assignment) if job.assignment in gradable_assignments() else []
         tests = [{**t, "score": 0, "status": "failed", "output": f"Not graded: {error}"} for t in catalogue]
-    return make_result(job, tests, error, time.monotonic() - started)
+    result = make_result(job, tests, error, time.monotonic() - started, isolation)
+    write_result(out, result)
+    return result
 
 
-def make_result(job, tests, error, seconds):
+def make_result(job, tests, error, seconds, isolation=None):
     """The Gradescope-schema result of one submission."""
     header = []
     if error:
@@ -228,7 +235,12 @@ def make_result(job, tests, error, seconds):
             }
             for t in tests
         ],
-        "extra_data": {"student": job.student, "assignment": job.assignment, "status": "error" if error else "graded"},
+        "extra_data": {
+            "student": job.student,
+            "assignment": job.assignment,
+            "status": "error" if error else "graded",
+            "isolation": isolation,
+        },
     }
 
 
@@ -243,6 +255,8 @@ def feedback_text(result):
     ]
     if result["output"]:
         lines += [result["output"], ""]
+    if extra.get("isolation"):
+        lines += [f"(Your code ran in: {extra['isolation']}.)", ""]
     for test in result["tests"]:
         mark = "PASS" if test["status"] == "passed" else "FAIL"
         lines.append(f"## {mark} {test['name']} ({test['score']:g}/{test['max_score']:g})")
@@ -257,11 +271,15 @@ def write_atomically(path, text):
     os.replace(tmp.name, path)
 
 
+def result_path(out, student, assignment):
+    return out / student / (assignment or "unknown") / "results.json"
+
+
 def write_result(out, result):
     extra = result["extra_data"]
-    folder = out / extra["student"] / (extra["assignment"] or "unknown")
-    write_atomically(folder / "results.json", json.dumps(result, indent=1))
-    write_atomically(folder / "feedback.md", feedback_text(result))
+    path = result_path(out, extra["student"], extra["assignment"])
+    write_atomically(path, json.dumps(result, indent=1))
+    write_atomically(path.with_name("feedback.md"), feedback_text(result))
 
 
 def write_grades(out, results):
@@ -296,8 +314,12 @@ def print_table(rows, stream=sys.stdout):
         )
 
 
-def grade(paths, out, assignment=None, jobs=1, device="cpu"):
-    """Grade every submission under ``paths`` into ``out``; returns the results."""
+def grade(paths, out, assignment=None, jobs=1, device="cpu", force=False):
+    """Grade every submission under ``paths`` into ``out``; returns the results.
+
+    Each result is written as soon as it is ready, so a run stopped midway loses
+    nothing: run it again and it grades only what is missing (``force`` regrades all).
+    """
     out = Path(out)
     submissions = discover(paths, assignment)
     results = []
@@ -307,8 +329,7 @@ def grade(paths, out, assignment=None, jobs=1, device="cpu"):
             total=len(submissions), desc="grading", unit="nb", file=sys.stderr, disable=not sys.stderr.isatty()
         ) as progress,
     ):
-        for result in pool.map(lambda job: grade_one(job, device), submissions):
-            write_result(out, result)
+        for result in pool.map(lambda job: grade_one(job, device, out, force), submissions):
             results.append(result)
             progress.update()
     print_table(write_grades(out, results))

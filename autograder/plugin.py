@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from . import sandbox
 from .feedback import Feedback
 from .remote import StudentCrash, StudentError, Submission
 
@@ -28,7 +29,7 @@ def pytest_addoption(parser):
     group.addoption("--results-json", help="where to write the per-test results")
     group.addoption("--device", default="cpu", help="device the hidden tests run on (cpu or cuda)")
     group.addoption("--collect-json", help="write the collected tests and their points here")
-    group.addoption("--request-timeout", type=float, default=60.0, help="seconds one call into student code may take")
+    group.addoption("--request-timeout", type=float, default=20.0, help="seconds one call into student code may take")
 
 
 def pytest_configure(config):
@@ -40,7 +41,9 @@ def pytest_configure(config):
     path = config.getoption("--submission")
     if path:
         chunks = [tuple(c) for c in json.loads(Path(path).read_text())["chunks"]]
-        config._autograder_submission = Submission(chunks, timeout=config.getoption("--request-timeout"))
+        config._autograder_submission = Submission(
+            chunks, timeout=config.getoption("--request-timeout"), gpu=config.getoption("--device") == "cuda"
+        )
         # start now: the child imports torch while pytest collects the tests
         config._autograder_submission.start()
 
@@ -165,6 +168,7 @@ def pytest_sessionfinish(session):
     results = {
         "tests": session.config._autograder_results,
         "load_problems": submission.load_problems if submission is not None else [],
+        "isolation": sandbox.isolation_in_force(),
     }
     tmp = f"{path}.tmp"
     Path(tmp).write_text(json.dumps(results, indent=1))

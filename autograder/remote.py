@@ -11,16 +11,22 @@ leave this process.
 import io
 import os
 import select
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from . import sandbox
+
 CHILD_SCRIPT = Path(__file__).with_name("student_process.py")
+# the first request also waits for the child to import torch, which a busy machine slows down
+STARTUP_TIMEOUT_S = 60
+# after this many calls that hit the time limit, or this many crashes, the remaining tests are not run
+MAX_HANGS = 2
+MAX_CRASHES = 5
+MAX_REPLY_BYTES = 256 * 2**20
 
 
 class StudentError(Exception):
@@ -69,10 +75,13 @@ class Submission:
     so one crashing test costs that test only.
     """
 
-    def __init__(self, chunks, timeout=60.0, launcher=None):
+    def __init__(self, chunks, timeout=20.0, gpu=False):
         self.chunks = chunks
         self.timeout = timeout
-        self.launcher = launcher or launch_plain_child
+        self.gpu = gpu
+        self.hangs = 0
+        self.crashes = 0
+        self.load_failure = None
         self.process = None
         self.loaded = False
         self.load_problems = []
@@ -82,7 +91,9 @@ class Submission:
     # -- process management ----------------------------------------------------
     def start(self):
         """Launch the child; it imports torch while the caller goes on."""
-        self.process, self._to_child, self._from_child = self.launcher(CHILD_SCRIPT, self.log, self.scratch.name)
+        self.process, self._to_child, self._from_child = sandbox.launch(
+            CHILD_SCRIPT, self.log, self.scratch.name, gpu=self.gpu
+        )
         self.loaded = False
 
     def alive(self):
@@ -96,7 +107,7 @@ class Submission:
                 os.close(fd)
             except OSError:
                 pass
-        kill_process_group(self.process)
+        sandbox.kill_everything(self.process)
         self.process = None
 
     def shutdown(self):
@@ -113,15 +124,25 @@ class Submission:
 
     # -- requests ------------------------------------------------------------------
     def request(self, message):
+        if self.load_failure:
+            raise StudentCrash(self.load_failure)
+        if self.hangs >= MAX_HANGS:
+            raise StudentCrash(f"not run: your code already hit the time limit in {self.hangs} earlier calls")
+        if self.crashes >= MAX_CRASHES:
+            raise StudentCrash(f"not run: your code's process already failed {self.crashes} times")
         if not self.alive():
             self.close()
             self.start()
         if not self.loaded:
-            self.load_problems = self._roundtrip({"op": "load", "chunks": self.chunks})
+            try:
+                self.load_problems = self._roundtrip({"op": "load", "chunks": self.chunks}, STARTUP_TIMEOUT_S)
+            except StudentCrash as exc:
+                self.load_failure = f"while your notebook's definitions were being loaded: {exc}"
+                raise StudentCrash(self.load_failure) from None
             self.loaded = True
-        return self._roundtrip(message)
+        return self._roundtrip(message, self.timeout)
 
-    def _roundtrip(self, message):
+    def _roundtrip(self, message, timeout):
         buffer = io.BytesIO()
         torch.save(message, buffer)
         payload = buffer.getvalue()
@@ -130,20 +151,23 @@ class Submission:
             view = memoryview(payload)
             while view:
                 view = view[os.write(self._to_child, view) :]
-            reply = self._read_reply()
+            reply = self._read_reply(timeout)
         except (OSError, StudentCrash) as exc:
             reason = self._death_reason(exc)
             self.close()
+            self.crashes += 1
             raise StudentCrash(reason) from None
         if "error" in reply:
             error = reply["error"]
             raise StudentError(error["type"], error["message"], error["traceback"])
         return self._decode(reply["ok"])
 
-    def _read_reply(self):
-        deadline = time.monotonic() + self.timeout
+    def _read_reply(self, timeout):
+        deadline = time.monotonic() + timeout
         header = self._read_exact(8, deadline)
         size = int.from_bytes(header, "big")
+        if size > MAX_REPLY_BYTES:
+            raise StudentCrash(f"your code returned more than {MAX_REPLY_BYTES // 2**20} MiB of data")
         payload = self._read_exact(size, deadline)
         try:
             return torch.load(io.BytesIO(payload), weights_only=True)
@@ -155,7 +179,8 @@ class Submission:
         while len(data) < size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise StudentCrash(f"your code did not answer within {self.timeout:.0f} s (an endless loop?)")
+                self.hangs += 1
+                raise StudentCrash("your code did not answer in time (an endless loop, or far too slow?)")
             ready, _, _ = select.select([self._from_child], [], [], remaining)
             if not ready:
                 continue
@@ -172,8 +197,9 @@ class Submission:
             code = self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             return "your code stopped answering"
-        if code < 0:
-            return f"your code's process was killed by signal {signal.Signals(-code).name}"
+        signal_number = sandbox.ending_signal(code)
+        if signal_number is not None:
+            return f"your code's process ended: {sandbox.SIGNAL_REASONS.get(signal_number, signal_number.name)}"
         return f"your code ended its own process (exit status {code}); don't call sys.exit() or os._exit()"
 
     def _decode(self, value):
@@ -197,37 +223,3 @@ class Submission:
                 "options": options or {},
             }
         )
-
-
-def launch_plain_child(script, log, scratch):
-    """Start the student process in its own session, in the folder ``scratch``,
-    with stdout/stderr into ``log``.
-
-    Returns the process and the two pipe ends the trusted side keeps.
-    """
-    to_child_r, to_child_w = os.pipe()
-    from_child_r, from_child_w = os.pipe()
-    process = subprocess.Popen(
-        [sys.executable, "-I", str(script), str(to_child_r), str(from_child_w)],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        cwd=scratch,
-        pass_fds=(to_child_r, from_child_w),
-        start_new_session=True,
-    )
-    os.close(to_child_r)
-    os.close(from_child_w)
-    return process, to_child_w, from_child_r
-
-
-def kill_process_group(process):
-    """Kill the student's process and everything it started."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
