@@ -6,7 +6,7 @@ PY := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 ASSIGNMENT_NAMES := $(notdir $(wildcard solutions/*))
 
-.PHONY: all venv sandbox book assignments grade-demo grade test lint clean
+.PHONY: all venv sandbox book assignments grade-demo grade test test-scale lint clean
 
 ## all: set up, build the book and grade the demo class (the main job)
 all: book grade-demo
@@ -43,11 +43,16 @@ lint: venv
 	$(BIN)/ruff check --line-length 120 --select E,F,W,B,I,UP --extend-exclude tests/demo autograder tests nbgrader_config.py
 	$(BIN)/ruff format --line-length 120 --extend-exclude tests/demo --check autograder tests nbgrader_config.py
 
-## test: every test: lint, grader and catalogue, fresh assignments, notebooks under nbval, the strict book build
+## test: every test: lint, grader and catalogue, fresh assignments, solutions under nbval, and the
+## strict book build, which executes every chapter (a cell that raises fails it)
 test: lint sandbox
-	$(BIN)/pytest tests -p no:cacheprovider
-	$(BIN)/pytest --nbval-lax solutions book -p no:cacheprovider
+	$(BIN)/pytest tests -p no:cacheprovider --ignore=tests/scale
+	$(BIN)/pytest --nbval-lax solutions -p no:cacheprovider
 	$(MAKE) book
+
+## test-scale: grade a class of 200 (correct, buggy and broken) with --jobs 2, and report time and memory
+test-scale: venv sandbox
+	$(BIN)/pytest tests/scale -p no:cacheprovider -s
 
 clean:
 	rm -rf _build

@@ -67,9 +67,15 @@ def read_notebook(path):
         raise SubmissionError(f"the notebook's structure is damaged: {type(exc).__name__}: {exc}") from None
 
 
-def extract_code(notebook):
+def extract_code(notebook, graded_names=None):
     """The definitions to grade, in notebook order (a later definition wins, as when
-    the cells are run top to bottom)."""
+    the cells are run top to bottom).
+
+    Every import, ``def`` and ``class`` is kept; a top-level assignment is kept only
+    if ``graded_names`` (all definitions when None) need it, directly or through the
+    functions and constants they use, so a helper's dependence on a training run
+    does not re-run the training.
+    """
     transformer = TransformerManager()
     problems = []
     parsed = []  # (label, statement, source)
@@ -90,7 +96,7 @@ def extract_code(notebook):
             parsed.append((label, statement, source))
 
     definitions = [s for _, s, _ in parsed if isinstance(s, DEFINITIONS)]
-    needed = globals_needed(parsed)
+    needed = globals_needed(parsed, graded_names)
     chunks = [
         (label, statement_source(source, statement))
         for label, statement, source in parsed
@@ -131,32 +137,53 @@ def global_names(source, statement):
     return names
 
 
-def globals_needed(parsed):
-    """Names the definitions need from module level, following constants that
-    need other constants (``MAX_LEN = 2 * BASE``)."""
-    needed = set()
+def globals_needed(parsed, roots=None):
+    """Module-level names that the definitions named in ``roots`` (all when None)
+    need, following the functions, classes and constants they use in turn
+    (``MAX_LEN = 2 * BASE``)."""
+    providers = {}  # name -> global names its definition or assignment reads
     for _, statement, source in parsed:
         if isinstance(statement, DEFINITIONS):
-            needed |= global_names(source, statement)
-    while True:
-        more = set()
-        for _, statement, source in parsed:
-            if is_constant(statement) and assigned_names(statement) & needed:
-                more |= global_names(source, statement)
-        if more <= needed:
-            return needed
-        needed |= more
+            names = {statement.name}
+        elif is_constant(statement):
+            names = assigned_names(statement)
+        else:
+            continue
+        reads = global_names(source, statement)
+        for name in names:
+            providers[name] = providers.get(name, set()) | reads
+    if roots is None:
+        roots = [s.name for _, s, _ in parsed if isinstance(s, DEFINITIONS)]
+    needed, frontier = set(), list(roots)
+    while frontier:
+        name = frontier.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        frontier += providers.get(name, ())
+    return needed
+
+
+def target_names(target):
+    """The names a plain assignment target binds (``A`` or ``A, B``), or None for
+    anything else (``x[0] = ...``, ``obj.attr = ...``)."""
+    if isinstance(target, ast.Name):
+        return {target.id}
+    if isinstance(target, (ast.Tuple, ast.List)):
+        names = [target_names(t) for t in target.elts]
+        return set().union(*names) if all(n is not None for n in names) else None
+    return None
 
 
 def assigned_names(statement):
     targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
-    return {t.id for t in targets if isinstance(t, ast.Name)}
+    return set().union(*(target_names(t) or set() for t in targets))
 
 
 def is_constant(statement):
-    """``NAME = ...`` or ``NAME: type = ...`` at top level."""
+    """``NAME = ...``, ``A, B = ...`` or ``NAME: type = ...`` at top level."""
     if isinstance(statement, ast.Assign):
-        return all(isinstance(t, ast.Name) for t in statement.targets)
+        return all(target_names(t) is not None for t in statement.targets)
     if isinstance(statement, ast.AnnAssign):
         return isinstance(statement.target, ast.Name) and statement.value is not None
     return False

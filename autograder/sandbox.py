@@ -36,6 +36,9 @@ class Limits:
     cpu_seconds: int = 300
     file_size: int = OUTPUT_LIMIT
     open_files: int = 256
+    # processes and threads of the sandbox uid: enforced where student code runs as uid 65534
+    # outside a user namespace; under bubblewrap the pid namespace holds them instead
+    processes: int = 256
     scratch_bytes: int = 64 * 2**20
 
     def apply(self):
@@ -46,6 +49,7 @@ class Limits:
         resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size, self.file_size))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
+        resource.setrlimit(resource.RLIMIT_NPROC, (self.processes, self.processes))
 
 
 # what a signal that ended the student's process means, for the student

@@ -39,8 +39,10 @@ class Handles:
             return value.detach()
         if isinstance(value, PLAIN_SCALARS) or isinstance(value, torch.Size):
             return value
-        if isinstance(value, (list, tuple)):
-            return type(value)(self.encode(v) for v in value)
+        if isinstance(value, list):
+            return [self.encode(v) for v in value]
+        if isinstance(value, tuple):  # named tuples too (load_state_dict's result)
+            return tuple(self.encode(v) for v in value)
         if isinstance(value, dict) and all(isinstance(k, (str, int)) for k in value):
             return {k: self.encode(v) for k, v in value.items()}
         if isinstance(value, types.GeneratorType):

@@ -39,9 +39,9 @@ def variants(assignment):
 
 
 def apply_mutant(notebook, mutant):
-    """The notebook with the mutant's replacements; each must match exactly once."""
+    """The notebook with the mutant's replacements in its solution cells; each must match exactly once."""
     notebook = nbformat.from_dict(json.loads(json.dumps(notebook)))
-    code_cells = [c for c in notebook.cells if c.cell_type == "code"]
+    code_cells = [c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("solution")]
     for old, new in mutant.replace:
         hits = [c for c in code_cells if old in c.source]
         count = sum(c.source.count(old) for c in hits)

@@ -3,6 +3,8 @@
 import csv
 import json
 
+import nbformat
+
 from .conftest import DEMO, grade_cli
 
 
@@ -65,3 +67,29 @@ def test_unreadable_files_get_an_error_row_each(tmp_path):
         assert result["extra_data"]["status"] == "error"
         assert result["output"].startswith("This submission could not be graded:")
         assert result["max_score"] > 0
+
+
+def test_a_notebook_with_50_mb_of_outputs_is_graded_normally(tmp_path):
+    """Outputs are never looked at: a huge notebook grades like its code."""
+    notebook = nbformat.read(DEMO / "ada" / "02_self_attention" / "02_self_attention.ipynb", as_version=4)
+    code_cell = next(c for c in notebook.cells if c.cell_type == "code")
+    code_cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="x" * (50 * 2**20))]
+    nbformat.write(notebook, tmp_path / "large.ipynb")
+    assert (tmp_path / "large.ipynb").stat().st_size > 50 * 2**20
+    completed = grade_cli([tmp_path / "large.ipynb"], tmp_path / "out")
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads((tmp_path / "out" / "large" / "02_self_attention" / "results.json").read_text())
+    assert result["score"] == result["max_score"] > 0
+
+
+def test_grading_is_deterministic_and_a_rerun_skips_what_is_graded(tmp_path):
+    cleo = DEMO / "cleo" / "02_self_attention" / "02_self_attention.ipynb"
+    runs = []
+    for extra in (["--force"], ["--force"], []):
+        completed = grade_cli([cleo], tmp_path / "out", "--assignment", "02_self_attention", *extra)
+        assert completed.returncode == 0, completed.stderr
+        path = tmp_path / "out" / "cleo" / "02_self_attention" / "results.json"
+        runs.append((json.loads(path.read_text()), path.stat().st_mtime_ns))
+    (first, _), (second, second_mtime), (third, third_mtime) = runs
+    assert first["tests"] == second["tests"] and 0 < first["score"] < first["max_score"]
+    assert third == second and third_mtime == second_mtime, "without --force a graded submission is not regraded"

@@ -11,5 +11,5 @@ from dataclasses import dataclass
 class Mutant:
     name: str
     bug: str  # the mistake, as a student would make it
-    replace: tuple  # ((old, new), ...): each `old` occurs exactly once in the solution's code cells
+    replace: tuple  # ((old, new), ...): each `old` occurs exactly once in the solution cells
     caught_by: tuple  # hidden tests that must fail for this mutant
