@@ -29,7 +29,6 @@ class SubmissionError(Exception):
 class ExtractedCode:
     chunks: list  # [(label, source)] in notebook order
     defined: list  # top-level names defined by def/class
-    metadata: dict
     problems: list = field(default_factory=list)
 
 
@@ -103,7 +102,7 @@ def extract_code(notebook, graded_names=None):
         if keep_statement(statement, needed)
     ]
     defined = [d.name for d in definitions]
-    return ExtractedCode(chunks=chunks, defined=defined, metadata=dict(notebook.get("metadata", {})), problems=problems)
+    return ExtractedCode(chunks=chunks, defined=defined, problems=problems)
 
 
 def statement_source(cell_source, statement):
