@@ -187,17 +187,17 @@ def grade_one(job, device, out, force=False):
     isolation = None
     try:
         notebook = read_notebook(job.path)
-        extracted = extract_code(notebook)
-        job.assignment = job.assignment or infer_assignment(job.path, extracted)
+        if job.assignment is None:
+            job.assignment = infer_assignment(job.path, extract_code(notebook))
         if job.assignment is None:
             raise SubmissionError("no graded function or class of any assignment was found in this notebook")
         if job.assignment not in gradable_assignments():
             raise SubmissionError(f"assignment {job.assignment} has no hidden tests yet")
-        extracted = extract_code(notebook, GRADED_NAMES[job.assignment])
-        job.problems += extracted.problems
         previous = result_path(out, job.student, job.assignment)
         if previous.exists() and not force:
             return json.loads(previous.read_text())
+        extracted = extract_code(notebook, GRADED_NAMES[job.assignment])
+        job.problems += extracted.problems
         outcome = run_hidden_tests(job.assignment, extracted, device)
         job.problems += outcome["load_problems"]
         tests, error, isolation = outcome["tests"], None, outcome["isolation"]
