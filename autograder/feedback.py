@@ -62,6 +62,12 @@ def expect_close(actual, expected, what, dtype=None):
         raise Feedback(f"{what} is wrong: it differs from the correct values by up to {error.max().item():.3g}")
 
 
+def randn(*shape, device="cpu", dtype=torch.float32, seed=0):
+    """Seeded standard-normal inputs: the same numbers on every device and every run."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=generator).to(device=device, dtype=dtype)
+
+
 def loglog_slope(sizes, values):
     """Least-squares slope of log(values) against log(sizes): the exponent p in value ~ size^p."""
     xs = [math.log(s) for s in sizes]

@@ -8,6 +8,7 @@ command line, ``python -m autograder grade ... --jobs 2``.
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "tests" / "demo" / "submitted"
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if (p / f"{p.name}.ipynb").exists())
+# COURSE_ASSIGNMENTS=03_multihead_attention,04_transformer narrows a local run to those
+# assignments (quicker while writing one); CI leaves it unset and tests every one.
+if os.environ.get("COURSE_ASSIGNMENTS"):
+    ASSIGNMENTS = [a for a in ASSIGNMENTS if a in os.environ["COURSE_ASSIGNMENTS"].split(",")]
 
 
 def solution_path(assignment):
@@ -87,7 +92,8 @@ def graded_class(tmp_path_factory):
             path.parent.mkdir(parents=True)
             nbformat.write(notebook, path)
     out = submitted.parent / "graded"
-    completed = grade_cli([submitted, DEMO], out, "--jobs", "2")
+    demo = [DEMO] if "02_self_attention" in ASSIGNMENTS else []
+    completed = grade_cli([submitted, *demo], out, "--jobs", "2")
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = {}
     for path in out.glob("*/*/results.json"):

@@ -8,14 +8,9 @@ with the module's own weights.
 import pytest
 import torch
 
-from autograder.feedback import Feedback, close, expect, expect_close, expect_tensor, loglog_slope
+from autograder.feedback import Feedback, close, expect, expect_close, expect_tensor, loglog_slope, randn
 
 VOCAB, EMBED, HIDDEN = 13, 6, 8
-
-
-def randn(*shape, device="cpu", dtype=torch.float32, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=generator).to(device=device, dtype=dtype)
 
 
 def tokens(*shape, vocab=VOCAB, device="cpu", seed=0):

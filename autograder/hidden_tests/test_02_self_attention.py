@@ -9,12 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autograder.feedback import Feedback, close, expect, expect_close, expect_tensor, loglog_slope
-
-
-def randn(*shape, device="cpu", dtype=torch.float32, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=generator).to(device=device, dtype=dtype)
+from autograder.feedback import Feedback, close, expect, expect_close, expect_tensor, loglog_slope, randn
 
 
 def random_mask(*shape, device="cpu", seed=0):
