@@ -6,7 +6,7 @@ PY := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 ASSIGNMENT_NAMES := $(notdir $(wildcard solutions/*))
 
-.PHONY: all venv sandbox book assignments grade-demo grade test test-scale lint clean
+.PHONY: all venv sandbox book assignments grade-demo grade test test-scale bench gpu-check lint clean
 
 ## all: set up, build the book and grade the demo class (the main job)
 all: book grade-demo
@@ -40,8 +40,8 @@ grade: venv sandbox
 	$(PY) -m autograder grade $(or $(SUBMITTED),submitted) --out $(or $(OUT),grades) --jobs $(or $(JOBS),2)
 
 lint: venv
-	$(BIN)/ruff check --line-length 120 --select E,F,W,B,I,UP --extend-exclude tests/demo autograder tests nbgrader_config.py
-	$(BIN)/ruff format --line-length 120 --extend-exclude tests/demo --check autograder tests nbgrader_config.py
+	$(BIN)/ruff check --line-length 120 --select E,F,W,B,I,UP --extend-exclude tests/demo autograder benchmarks tests nbgrader_config.py
+	$(BIN)/ruff format --line-length 120 --extend-exclude tests/demo --check autograder benchmarks tests nbgrader_config.py
 
 ## test: every test: lint, grader and catalogue, fresh assignments, solutions under nbval, and the
 ## strict book build, which executes every chapter (a cell that raises fails it)
@@ -53,6 +53,14 @@ test: lint sandbox
 ## test-scale: grade a class of 200 (correct, buggy and broken) with --jobs 2, and report time and memory
 test-scale: venv sandbox
 	$(BIN)/pytest tests/scale -p no:cacheprovider -s
+
+## bench: the solutions against PyTorch's own modules, and the grader's speed (_build/bench); not a test
+bench: venv
+	$(PY) -m benchmarks.bench --out _build/bench
+
+## gpu-check: hidden tests, mutant catalogue, allocation tracker and benchmarks on CUDA (skipped without a GPU)
+gpu-check: venv sandbox
+	$(PY) -m benchmarks.gpu_check --out _build/gpu-check
 
 clean:
 	rm -rf _build

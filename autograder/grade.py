@@ -2,10 +2,11 @@
 
 For each submission, as a pipeline of small steps:
 
-1. ``read_notebook`` and ``extract_code`` (here, trusted; only JSON and the AST are
-   looked at, nothing is executed);
-2. ``run_hidden_tests``: a separate trusted pytest process runs the assignment's
-   hidden tests; it starts the student's code in a child process of its own;
+1. ``prepare``: ``read_notebook`` and ``extract_code`` (here, trusted; only JSON and
+   the AST are looked at, nothing is executed);
+2. ``grade_batch``: a separate trusted pytest process runs the assignment's hidden
+   tests on a batch of submissions, one after the other; it starts each student's
+   code in a child process of its own (``plugin.py``);
 3. ``write_result``: ``results.json`` (Gradescope's schema) and ``feedback.md``,
    each written atomically;
 4. one row of ``grades.csv`` per submission, and a table on stdout.
@@ -17,13 +18,14 @@ points; the rest of the class is graded as usual.
 import csv
 import functools
 import json
+import math
 import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +58,9 @@ GRADED_NAMES = {
 }
 
 SUBMISSION_TIMEOUT_S = 600
+# submissions graded by one trusted pytest process: it starts once (torch, pytest, the
+# hidden tests) for the whole batch, and each child starts while the one before is tested
+BATCH_SIZE = 8
 
 
 def gradable_assignments():
@@ -68,6 +73,7 @@ class Job:
     student: str
     assignment: str | None
     problems: list = field(default_factory=list)
+    seconds: float = 0.0  # time spent reading and extracting the notebook
 
 
 def safe_id(text):
@@ -162,29 +168,11 @@ def run_pytest(assignment, extra_args, timeout):
     )
 
 
-def run_hidden_tests(assignment, extracted, device):
-    """Run the hidden tests on extracted code; returns the plugin's results."""
-    with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
-        code, results = Path(tmp) / "submission.json", Path(tmp) / "results.json"
-        code.write_text(json.dumps({"chunks": extracted.chunks}))
-        try:
-            completed = run_pytest(
-                assignment,
-                ["--submission", str(code), "--results-json", str(results), "--device", device],
-                timeout=SUBMISSION_TIMEOUT_S,
-            )
-        except subprocess.TimeoutExpired:
-            raise SubmissionError(f"grading took longer than {SUBMISSION_TIMEOUT_S} s and was stopped") from None
-        if not results.exists():
-            raise SubmissionError(f"the grader failed on this submission (pytest exit {completed.returncode})")
-        return json.loads(results.read_text())
-
-
-def grade_one(job, device, out, force=False):
-    """Grade one submission and write its result; never raises for anything a
-    submission contains. A submission graded before is skipped unless ``force``."""
+def prepare(job, out, force=False):
+    """Read a submission and extract its graded code (trusted: only JSON and the AST are
+    looked at). Returns (result, None) when it is graded already or can't be, else
+    (None, extracted code)."""
     started = time.monotonic()
-    isolation = None
     try:
         notebook = read_notebook(job.path)
         if job.assignment is None:
@@ -195,22 +183,76 @@ def grade_one(job, device, out, force=False):
             raise SubmissionError(f"assignment {job.assignment} has no hidden tests yet")
         previous = result_path(out, job.student, job.assignment)
         if previous.exists() and not force:
-            return json.loads(previous.read_text())
+            return json.loads(previous.read_text()), None
         extracted = extract_code(notebook, GRADED_NAMES[job.assignment])
         job.problems += extracted.problems
-        outcome = run_hidden_tests(job.assignment, extracted, device)
-        job.problems += outcome["load_problems"]
-        tests, error, isolation = outcome["tests"], None, outcome["isolation"]
+        job.seconds = time.monotonic() - started
+        return None, extracted
     except SubmissionError as exc:
-        tests, error = None, str(exc)
+        return failed_result(job, str(exc), time.monotonic() - started, out), None
     except Exception as exc:  # noqa: BLE001 - a grader bug must not stop the class
-        tests, error = None, f"internal grader error ({type(exc).__name__}: {exc}); please tell your instructor"
-    if tests is None:
-        catalogue = collect_tests(job.assignment) if job.assignment in gradable_assignments() else []
-        tests = [{**t, "score": 0, "status": "failed", "output": f"Not graded: {error}"} for t in catalogue]
-    result = make_result(job, tests, error, time.monotonic() - started, isolation)
+        return failed_result(job, internal_error(exc), time.monotonic() - started, out), None
+
+
+def internal_error(exc):
+    return f"internal grader error ({type(exc).__name__}: {exc}); please tell your instructor"
+
+
+def failed_result(job, error, seconds, out):
+    """Zero points on every hidden test, with the reason; written like any result."""
+    catalogue = collect_tests(job.assignment) if job.assignment in gradable_assignments() else []
+    tests = [{**t, "score": 0, "status": "failed", "output": f"Not graded: {error}"} for t in catalogue]
+    result = make_result(job, tests, error, seconds)
     write_result(out, result)
     return result
+
+
+def grade_batch(assignment, batch, device, out):
+    """Run the hidden tests of ``assignment`` on a batch of [(job, extracted code)] in one
+    trusted pytest process, and write each result. A submission whose result is missing
+    (the batch's process died) is graded again on its own."""
+    with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
+        entries = []
+        for index, (_, extracted) in enumerate(batch):
+            code = Path(tmp) / f"{index}.code.json"
+            code.write_text(json.dumps({"chunks": extracted.chunks}))
+            entries.append({"id": str(index), "code": str(code), "results": str(Path(tmp) / f"{index}.results.json")})
+        manifest = Path(tmp) / "batch.json"
+        manifest.write_text(json.dumps(entries))
+        reason = None
+        try:
+            completed = run_pytest(
+                assignment, ["--batch", str(manifest), "--device", device], timeout=SUBMISSION_TIMEOUT_S * len(batch)
+            )
+            reason = f"the grader failed on this submission (pytest exit {completed.returncode})"
+        except subprocess.TimeoutExpired:
+            reason = f"grading took longer than {SUBMISSION_TIMEOUT_S} s and was stopped"
+        results = []
+        for (job, extracted), entry in zip(batch, entries, strict=True):
+            if Path(entry["results"]).exists():
+                outcome = json.loads(Path(entry["results"]).read_text())
+                job.problems += outcome["load_problems"]
+                seconds = job.seconds + outcome["seconds"]
+                result = make_result(job, outcome["tests"], None, seconds, outcome["isolation"])
+                write_result(out, result)
+                results.append(result)
+            elif len(batch) > 1:
+                results += grade_batch(assignment, [(job, extracted)], device, out)
+            else:
+                results.append(failed_result(job, reason, job.seconds, out))
+        return results
+
+
+def batches(ready, jobs):
+    """Split [(job, extracted)] into per-assignment batches, enough of them to keep
+    ``jobs`` workers busy, none larger than BATCH_SIZE."""
+    by_assignment = {}
+    for job, extracted in ready:
+        by_assignment.setdefault(job.assignment, []).append((job, extracted))
+    for assignment, items in by_assignment.items():
+        size = max(1, min(BATCH_SIZE, math.ceil(len(items) / jobs)))
+        for start in range(0, len(items), size):
+            yield assignment, items[start : start + size]
 
 
 def make_result(job, tests, error, seconds, isolation=None):
@@ -324,15 +366,30 @@ def grade(paths, out, assignment=None, jobs=1, device="cpu", force=False):
     """
     out = Path(out)
     submissions = discover(paths, assignment)
+    jobs = max(1, jobs)
     results = []
     with (
-        ThreadPoolExecutor(max_workers=max(1, jobs)) as pool,
+        ThreadPoolExecutor(max_workers=jobs) as pool,
         tqdm(
             total=len(submissions), desc="grading", unit="nb", file=sys.stderr, disable=not sys.stderr.isatty()
         ) as progress,
     ):
-        for result in pool.map(lambda job: grade_one(job, device, out, force), submissions):
-            results.append(result)
-            progress.update()
+        ready = []
+        for job, (result, extracted) in zip(
+            submissions, pool.map(lambda job: prepare(job, out, force), submissions), strict=True
+        ):
+            if result is not None:
+                results.append(result)
+                progress.update()
+            else:
+                ready.append((job, extracted))
+        running = {pool.submit(grade_batch, a, batch, device, out): batch for a, batch in batches(ready, jobs)}
+        for done in as_completed(running):
+            try:
+                batch_results = done.result()
+            except Exception as exc:  # noqa: BLE001 - a grader bug must not lose the rest of the class
+                batch_results = [failed_result(job, internal_error(exc), job.seconds, out) for job, _ in running[done]]
+            results += batch_results
+            progress.update(len(batch_results))
     print_table(write_grades(out, results))
     return results

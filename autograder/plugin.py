@@ -2,17 +2,23 @@
 
 Loaded with ``pytest -p autograder.plugin``, in a trusted process of its own:
 
-- ``--submission FILE`` names the JSON file of extracted code (see ``grade.py``);
-  the ``student`` fixture starts that code in a child process (``remote.py``).
+- ``--batch FILE`` names a JSON list of submissions, each ``{"id", "code", "results"}``:
+  the file of its extracted code (see ``grade.py``) and where its results go. Every
+  hidden test runs once per submission (the ``submission`` fixture is parametrized
+  over the batch, session-scoped, so pytest runs one submission's tests together);
+  the ``student`` fixture talks to that submission's code in a child process of its
+  own (``remote.py``), and the next submission's child starts while this one is tested.
 - every hidden test carries ``@pytest.mark.points(n, hint=...)``;
-- ``--results-json FILE`` receives one record per test: its points, and on failure
-  a message for the student built only from the test's docstring, its hint, an
-  explicit ``Feedback`` message and the student's own exception. Assertion
-  introspection and tracebacks of the hidden tests are never shown.
+- each submission's results file receives, when its last test is done, one record
+  per test: its points, and on failure a message for the student built only from
+  the test's docstring, its hint, an explicit ``Feedback`` message and the student's
+  own exception. Assertion introspection and tracebacks of the hidden tests are
+  never shown.
 """
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -25,8 +31,7 @@ from .remote import StudentCrash, StudentError, Submission
 
 def pytest_addoption(parser):
     group = parser.getgroup("autograder")
-    group.addoption("--submission", help="JSON file with the submission's extracted code")
-    group.addoption("--results-json", help="where to write the per-test results")
+    group.addoption("--batch", help="JSON file listing the submissions to grade and where their results go")
     group.addoption("--device", default="cpu", help="device the hidden tests run on (cpu or cuda)")
     group.addoption("--collect-json", help="write the collected tests and their points here")
     group.addoption("--request-timeout", type=float, default=20.0, help="seconds one call into student code may take")
@@ -36,28 +41,74 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "points(n, hint=''): points the test is worth, and the likely mistake when it fails"
     )
-    config._autograder_results = []
-    config._autograder_submission = None
-    path = config.getoption("--submission")
+    config._autograder_results = {}  # submission id -> records of its tests
+    config._autograder_batch = []
+    config._autograder_children = {}  # submission id -> Submission (started, not yet shut down)
+    path = config.getoption("--batch")
     if path:
-        chunks = [tuple(c) for c in json.loads(Path(path).read_text())["chunks"]]
-        config._autograder_submission = Submission(
+        config._autograder_batch = json.loads(Path(path).read_text())
+        # start the first child now: it imports torch while pytest collects the tests
+        start_child(config, 0)
+
+
+def start_child(config, index):
+    """Start the child of the batch's ``index``-th submission, if there is one and it isn't running."""
+    if index >= len(config._autograder_batch):
+        return
+    entry = config._autograder_batch[index]
+    if entry["id"] not in config._autograder_children:
+        chunks = [tuple(c) for c in json.loads(Path(entry["code"]).read_text())["chunks"]]
+        child = Submission(
             chunks, timeout=config.getoption("--request-timeout"), gpu=config.getoption("--device") == "cuda"
         )
-        # start now: the child imports torch while pytest collects the tests
-        config._autograder_submission.start()
+        child.start()
+        config._autograder_children[entry["id"]] = child
 
 
 def pytest_unconfigure(config):
-    if config._autograder_submission is not None:
-        config._autograder_submission.shutdown()
+    for child in config._autograder_children.values():
+        child.shutdown()
+
+
+def pytest_generate_tests(metafunc):
+    batch = metafunc.config._autograder_batch
+    if not batch:
+        return
+    if "submission" not in metafunc.fixturenames:
+        raise pytest.UsageError(f"hidden test {metafunc.function.__name__} does not use the student's code")
+    ids = [f"submission{index}" for index in range(len(batch))]
+    metafunc.parametrize("submission", range(len(batch)), ids=ids, indirect=True, scope="session")
+
+
+def test_name(item):
+    """The test's name as collected without a batch: the submission's part of its id left out."""
+    if not hasattr(item, "callspec"):
+        return item.name
+    own = [part for part in item.callspec.id.split("-") if part != f"submission{item.callspec.params['submission']}"]
+    return item.originalname + (f"[{'-'.join(own)}]" if own else "")
+
+
+def batch_entry(item):
+    if not hasattr(item, "callspec") or "submission" not in item.callspec.params:
+        return None
+    return item.config._autograder_batch[item.callspec.params["submission"]]
 
 
 @pytest.fixture(scope="session")
 def submission(request):
-    if request.config._autograder_submission is None:
-        pytest.exit("--submission is required", returncode=4)
-    return request.config._autograder_submission
+    """The submission whose tests run now; its results are written when they are all done."""
+    config = request.config
+    if not hasattr(request, "param"):
+        pytest.exit("--batch is required", returncode=4)
+    entry = config._autograder_batch[request.param]
+    started = time.monotonic()
+    start_child(config, request.param)
+    start_child(config, request.param + 1)  # the next child imports torch while this one is tested
+    child = config._autograder_children[entry["id"]]
+    yield child
+    child.shutdown()
+    del config._autograder_children[entry["id"]]
+    write_results(entry, config._autograder_results.pop(entry["id"], []), child, time.monotonic() - started)
 
 
 class StudentNames:
@@ -114,15 +165,23 @@ def describe(item):
 def pytest_runtest_makereport(item, call):
     report = yield
     if report.when == "call" or (report.when == "setup" and not report.passed):
-        item.config._autograder_results.append(result_record(item, report, call))
+        entry = batch_entry(item)
+        submission_id = entry["id"] if entry else ""
+        item.config._autograder_results.setdefault(submission_id, []).append(result_record(item, report, call))
     return report
+
+
+def submission_of(item):
+    """The child that ran ``item``'s student code, if it is still there."""
+    entry = batch_entry(item)
+    return item.config._autograder_children.get(entry["id"]) if entry else None
 
 
 def result_record(item, report, call):
     marker = item.get_closest_marker("points")
     points = marker.args[0]
     record = {
-        "name": item.name,
+        "name": test_name(item),
         "description": describe(item),
         "max_score": points,
         "score": points if report.passed else 0,
@@ -130,8 +189,7 @@ def result_record(item, report, call):
         "output": "",
     }
     if not report.passed:
-        submission = item.config._autograder_submission
-        record["output"] = failure_message(call.excinfo, marker.kwargs.get("hint", ""), submission)
+        record["output"] = failure_message(call.excinfo, marker.kwargs.get("hint", ""), submission_of(item))
     return record
 
 
@@ -160,16 +218,13 @@ def failure_message(excinfo, hint, submission):
     return "\n".join(parts)
 
 
-def pytest_sessionfinish(session):
-    path = session.config.getoption("--results-json")
-    if not path:
-        return
-    submission = session.config._autograder_submission
+def write_results(entry, records, child, seconds):
     results = {
-        "tests": session.config._autograder_results,
-        "load_problems": submission.load_problems if submission is not None else [],
+        "tests": records,
+        "load_problems": child.load_problems,
         "isolation": sandbox.isolation_in_force(),
+        "seconds": seconds,
     }
-    tmp = f"{path}.tmp"
+    tmp = f"{entry['results']}.tmp"
     Path(tmp).write_text(json.dumps(results, indent=1))
-    os.replace(tmp, path)
+    os.replace(tmp, entry["results"])

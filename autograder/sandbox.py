@@ -13,15 +13,23 @@ The student process (``student_process.py``) is started by one of two launchers:
 Both set rlimits on address space, CPU time, file size (so output floods stop at
 ``OUTPUT_LIMIT``), core dumps and open files, start the child in a session of its
 own, and the grader kills everything the child started when it is done.
+
+Where the grader may create control groups (cgroup v1, as root on these machines),
+each child and everything it starts also runs in cgroups of its own that cap the
+number of processes and threads (a fork bomb stops there; RLIMIT_NPROC does not hold
+inside bubblewrap's user namespace), the CPU share (one core, so one submission can't
+starve the others of a ``--jobs`` run) and the memory of all its processes together.
 """
 
 import functools
+import itertools
 import os
 import resource
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +44,13 @@ class Limits:
     cpu_seconds: int = 300
     file_size: int = OUTPUT_LIMIT
     open_files: int = 256
-    # processes and threads of the sandbox uid: enforced where student code runs as uid 65534
-    # outside a user namespace; under bubblewrap the pid namespace holds them instead
+    # processes and threads: the child's pids cgroup where there is one; else RLIMIT_NPROC of
+    # uid 65534, which holds only outside a user namespace (not under bubblewrap as root)
     processes: int = 256
     scratch_bytes: int = 64 * 2**20
+    # for all the child's processes together, where cgroups are available
+    cpus: float = 1.0
+    memory: int = 3 * 2**30
 
     def apply(self):
         """Set the rlimits in the calling process (runs between fork and exec)."""
@@ -50,6 +61,117 @@ class Limits:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
         resource.setrlimit(resource.RLIMIT_NPROC, (self.processes, self.processes))
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_cgroup_names = itertools.count()
+
+
+def own_cgroup_v1(controller):
+    """This process's cgroup folder for a cgroup v1 ``controller``, or None."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            folder = CGROUP_ROOT / controller / path.lstrip("/")
+            return folder if folder.is_dir() else None
+    return None
+
+
+class Cgroups:
+    """Control groups of one student process: caps on processes, CPU and memory for
+    everything it starts, and a list of those processes to kill at the end."""
+
+    def __init__(self, limits):
+        self.folders = []
+        self.controllers = []
+        settings = {
+            "pids": [("pids.max", limits.processes)],
+            "cpu": [("cpu.cfs_period_us", 100_000), ("cpu.cfs_quota_us", int(limits.cpus * 100_000))],
+            "memory": [("memory.limit_in_bytes", limits.memory), ("memory.memsw.limit_in_bytes", limits.memory)],
+        }
+        name = f"autograder-{os.getpid()}-{next(_cgroup_names)}"
+        for controller, values in settings.items():
+            parent = own_cgroup_v1(controller)
+            if parent is None:
+                continue
+            remove_stale_cgroups(parent)
+            folder = parent / name
+            try:
+                folder.mkdir()
+            except OSError:
+                continue
+            self.folders.append(folder)
+            self.controllers.append(controller)
+            for file, value in values:
+                try:
+                    (folder / file).write_text(str(value))
+                except OSError:
+                    if file != "memory.memsw.limit_in_bytes":  # absent without swap accounting
+                        self.remove()
+                        self.folders, self.controllers = [], []
+                        return
+
+    def join(self):
+        """Move the calling process into the groups (runs between fork and exec)."""
+        for folder in self.folders:
+            (folder / "cgroup.procs").write_text("0")
+
+    def processes(self):
+        pids = set()
+        for folder in self.folders:
+            try:
+                pids.update(int(pid) for pid in (folder / "cgroup.procs").read_text().split())
+            except OSError:
+                pass
+        return pids
+
+    def kill_all(self):
+        for pid in self.processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def remove(self, timeout=30.0):
+        """Remove the groups once every process in them is gone. Killed processes take a
+        moment to exit: a hundred that imported torch take a second or two."""
+        deadline = time.monotonic() + timeout
+        for folder in self.folders:
+            while True:
+                try:
+                    folder.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        break  # left for remove_stale_cgroups of a later run
+                    self.kill_all()
+                    time.sleep(0.05)
+
+
+@functools.cache
+def remove_stale_cgroups(parent):
+    """Remove empty groups left by grader processes that were killed before cleaning up."""
+    for folder in parent.glob("autograder-*-*"):
+        owner = folder.name.split("-")[1]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            try:
+                folder.rmdir()  # fails, harmlessly, while a process is still inside
+            except OSError:
+                pass
+
+
+@functools.cache
+def cgroups_in_force():
+    """The controllers that cap each student process here (empty where cgroups can't be created)."""
+    probe = Cgroups(Limits())
+    probe.remove()
+    return tuple(probe.controllers)
 
 
 # what a signal that ended the student's process means, for the student
@@ -105,11 +227,14 @@ def nobody_can_run_python():
 
 def isolation_in_force():
     """A line for the results saying how student code was isolated."""
+    caps = {"pids": "processes", "cpu": "CPU share", "memory": "memory"}
+    controllers = cgroups_in_force()
+    cgroups = f" and cgroups ({', '.join(caps[c] for c in controllers)})" if controllers else ""
     if bubblewrap_works():
-        return "bubblewrap sandbox (uid 65534, no network, own pid and mount namespaces) with rlimits"
+        return f"bubblewrap sandbox (uid 65534, no network, own pid and mount namespaces) with rlimits{cgroups}"
     if nobody_can_run_python():
-        return "rlimits and uid 65534 (bubblewrap unavailable)"
-    return "rlimits only (bubblewrap unavailable, and uid 65534 cannot run this Python)"
+        return f"rlimits{cgroups} and uid 65534 (bubblewrap unavailable)"
+    return f"rlimits{cgroups} only (bubblewrap unavailable, and uid 65534 cannot run this Python)"
 
 
 def read_only_system_binds():
@@ -191,8 +316,15 @@ def bubblewrap_command(script, scratch_bytes, gpu):
 
 
 def launch(script, log, scratch, gpu=False, limits=None):
-    """Start the student process; returns (process, fd to write requests, fd to read replies)."""
+    """Start the student process; returns (process, fd to write requests, fd to read replies).
+    ``process.cgroups`` holds its control groups, for ``kill_everything``."""
     limits = limits or Limits(address_space=None if gpu else Limits.address_space)
+    cgroups = Cgroups(limits)
+
+    def limit_child():
+        limits.apply()
+        cgroups.join()
+
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
     fd_args = [str(to_child_r), str(from_child_w)]
@@ -215,10 +347,11 @@ def launch(script, log, scratch, gpu=False, limits=None):
         cwd=scratch,
         pass_fds=(to_child_r, from_child_w),
         start_new_session=True,
-        preexec_fn=limits.apply,
+        preexec_fn=limit_child,
         env={**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"},
         **extra,
     )
+    process.cgroups = cgroups
     os.close(to_child_r)
     os.close(from_child_w)
     return process, to_child_w, from_child_r
@@ -228,9 +361,13 @@ def kill_everything(process):
     """Kill the student's process and everything it started.
 
     Under bubblewrap, killing the launcher ends its pid namespace, and with it every
-    process inside. Without it, the child's session is killed, and processes left
-    running under the sandbox uid (a daemon that left the session) are hunted down.
+    process inside. Every process in the child's cgroups is killed too. Without
+    either, the child's session is killed, and processes left running under the
+    sandbox uid (a daemon that left the session) are hunted down.
     """
+    cgroups = getattr(process, "cgroups", None)
+    if cgroups is not None:
+        cgroups.kill_all()
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -239,7 +376,9 @@ def kill_everything(process):
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pass
-    if not bubblewrap_works() and nobody_can_run_python():
+    if cgroups is not None:
+        cgroups.remove()
+    if not bubblewrap_works() and not cgroups_in_force() and nobody_can_run_python():
         for pid in processes_of_uid(NOBODY):
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -23,6 +23,9 @@ ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if (p / f"{p
 # assignments (quicker while writing one); CI leaves it unset and tests every one.
 if os.environ.get("COURSE_ASSIGNMENTS"):
     ASSIGNMENTS = [a for a in ASSIGNMENTS if a in os.environ["COURSE_ASSIGNMENTS"].split(",")]
+# `make gpu-check` grades the catalogue on CUDA with more workers: COURSE_DEVICE=cuda COURSE_JOBS=8
+DEVICE = os.environ.get("COURSE_DEVICE", "cpu")
+JOBS = os.environ.get("COURSE_JOBS", "2")
 
 
 def solution_path(assignment):
@@ -93,7 +96,7 @@ def graded_class(tmp_path_factory):
             nbformat.write(notebook, path)
     out = submitted.parent / "graded"
     demo = [DEMO] if "02_self_attention" in ASSIGNMENTS else []
-    completed = grade_cli([submitted, *demo], out, "--jobs", "2")
+    completed = grade_cli([submitted, *demo], out, "--jobs", JOBS, "--device", DEVICE)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = {}
     for path in out.glob("*/*/results.json"):

@@ -7,11 +7,15 @@ run keep full marks, no process outlives the run, and the run ends in bounded ti
 """
 
 import json
+import os
 import subprocess
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
+
+from autograder import sandbox
 
 from .conftest import ROOT, grade_cli, notebook_of, release_path, solution_path, variants
 
@@ -77,6 +81,15 @@ def scaled_dot_product_attention(q, k, v, mask=None):
             os._exit(0)
     return q, q
 """,
+    "fork_bomb": """
+import os
+def scaled_dot_product_attention(q, k, v, mask=None):
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            pass
+""",
     "monkeypatches_torch_and_pytest": """
 import torch
 torch.allclose = lambda *args, **kwargs: True
@@ -107,6 +120,14 @@ def scaled_dot_product_attention(q, k, v, mask=None):
     return torch.zeros(80 * 2**20), torch.zeros(1)
 """,
 }
+
+# A fork bomb is only safe to run where something caps the number of processes: the
+# pids cgroup, or RLIMIT_NPROC outside a user namespace (the uid-65534 fallback).
+PROCESS_CAP = "pids" in sandbox.cgroups_in_force() or (
+    not sandbox.bubblewrap_works() and sandbox.nobody_can_run_python()
+)
+if not PROCESS_CAP:
+    del ATTACKS["fork_bomb"]
 
 
 def attacker_notebook(attack_source):
@@ -164,6 +185,11 @@ def test_no_process_outlives_the_run(attacked_class):
     assert sleepers.stdout.split() == []
     students = subprocess.run(["pgrep", "-f", "student_process.py"], capture_output=True, text=True, check=False)
     assert students.stdout.split() == [], "student processes are still running"
+    # groups named autograder-<pid>-<n> whose grader process is gone (others may belong to another run)
+    parents = [sandbox.own_cgroup_v1(c) for c in sandbox.cgroups_in_force()]
+    groups = [g for parent in parents if parent for g in parent.glob("autograder-*-*")]
+    orphans = [g for g in groups if not Path("/proc", g.name.split("-")[1]).exists()]
+    assert orphans == [], f"cgroups left behind: {orphans}"
 
 
 def test_student_code_cannot_read_hidden_tests_or_solutions(attacked_class):
@@ -183,3 +209,43 @@ def test_crashes_and_hangs_are_explained(attacked_class):
     assert "while your notebook's definitions were being loaded" in outputs("attack-os_exit_while_loading")
     assert "did not answer in time" in outputs("attack-sleep_while_loading")
     assert "MiB of data" in outputs("attack-huge_reply")
+    if "fork_bomb" in ATTACKS:
+        assert "did not answer in time" in outputs("attack-fork_bomb")
+
+
+FORK_UNTIL_REFUSED = """
+import os, time
+forked = 0
+try:
+    while forked < 5000:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        forked += 1
+except OSError:
+    pass
+print("forked", forked, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not PROCESS_CAP, reason="nothing here can cap a submission's processes (no pids cgroup)")
+def test_process_count_is_capped(tmp_path):
+    """The sandbox refuses forks beyond Limits.processes, and its cgroups go with the child."""
+    script = tmp_path / "fork_until_refused.py"
+    script.write_text(FORK_UNTIL_REFUSED)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    os.chmod(scratch, 0o777)
+    log = tmp_path / "log"
+    with log.open("wb") as log_file:
+        process, to_child, from_child = sandbox.launch(script, log_file, scratch)
+        deadline = time.monotonic() + 60
+        while b"forked" not in log.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        sandbox.kill_everything(process)
+    os.close(to_child)
+    os.close(from_child)
+    forked = int(log.read_text().split("forked")[1].split()[0])
+    assert 0 < forked < sandbox.Limits.processes
+    assert not any(folder.exists() for folder in getattr(process.cgroups, "folders", []))
