@@ -263,9 +263,11 @@ def make_result(job, tests, error, seconds, isolation=None):
     if job.problems:
         header.append("Problems in your notebook (these statements were skipped):")
         header += [f"  - {p}" for p in job.problems]
+    # bonus tests are extra credit: their points count in the score, not in the maximum
+    bonus = [t for t in tests if t.get("bonus")]
     return {
         "score": sum(t["score"] for t in tests),
-        "max_score": sum(t["max_score"] for t in tests),
+        "max_score": sum(t["max_score"] for t in tests if not t.get("bonus")),
         "execution_time": round(seconds, 2),
         "output": "\n".join(header),
         "tests": [
@@ -276,6 +278,7 @@ def make_result(job, tests, error, seconds, isolation=None):
                 "status": t["status"],
                 "output": "\n".join(filter(None, [t.get("description", ""), t.get("output", "")])),
                 "visibility": "visible",
+                **({"tags": ["bonus"]} if t.get("bonus") else {}),
             }
             for t in tests
         ],
@@ -284,6 +287,8 @@ def make_result(job, tests, error, seconds, isolation=None):
             "assignment": job.assignment,
             "status": "error" if error else "graded",
             "isolation": isolation,
+            "bonus": sum(t["score"] for t in bonus),
+            "bonus_max": sum(t["max_score"] for t in bonus),
         },
     }
 
@@ -297,13 +302,19 @@ def feedback_text(result):
         f"Score: {result['score']:g} / {result['max_score']:g}",
         "",
     ]
+    if extra.get("bonus_max"):
+        lines[-1:-1] = [
+            f"(The score includes {extra['bonus']:g} of {extra['bonus_max']:g} bonus points, "
+            f"extra credit beyond the {result['max_score']:g} of the assignment.)"
+        ]
     if result["output"]:
         lines += [result["output"], ""]
     if extra.get("isolation"):
         lines += [f"(Your code ran in: {extra['isolation']}.)", ""]
     for test in result["tests"]:
         mark = "PASS" if test["status"] == "passed" else "FAIL"
-        lines.append(f"## {mark} {test['name']} ({test['score']:g}/{test['max_score']:g})")
+        bonus = " bonus" if "bonus" in test.get("tags", []) else ""
+        lines.append(f"## {mark} {test['name']} ({test['score']:g}/{test['max_score']:g}{bonus})")
         lines += ["", test["output"], ""]
     return "\n".join(lines)
 

@@ -123,13 +123,16 @@ def grade_of(gb, grade_cell, assignment, student):
 
 
 def record_result(gb, result):
-    """Store one result's score as the auto score of its ``hidden_tests`` grade."""
+    """Store one result's score as the auto score of its ``hidden_tests`` grade, its bonus points as extra credit."""
     extra = result["extra_data"]
     assignment, student = extra["assignment"], extra["student"]
     gb.update_or_create_student(student)
     gb.update_or_create_submission(assignment, student)
     grade = grade_of(gb, gb.find_grade_cell(GRADE_CELL, assignment, assignment), assignment, student)
-    grade.auto_score = 0.0 if extra["status"] == "error" else float(result["score"])
+    # nbgrader keeps extra credit apart from the auto score and adds it to the grade's score
+    bonus = 0.0 if extra["status"] == "error" else float(extra.get("bonus", 0))
+    grade.auto_score = 0.0 if extra["status"] == "error" else float(result["score"]) - bonus
+    grade.extra_credit = bonus or None
     grade.needs_manual_grade = grade.manual_score is not None
     gb.db.commit()
 

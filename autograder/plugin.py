@@ -8,7 +8,8 @@ Loaded with ``pytest -p autograder.plugin``, in a trusted process of its own:
   over the batch, session-scoped, so pytest runs one submission's tests together);
   the ``student`` fixture talks to that submission's code in a child process of its
   own (``remote.py``), and the next submission's child starts while this one is tested.
-- every hidden test carries ``@pytest.mark.points(n, hint=...)``;
+- every hidden test carries ``@pytest.mark.points(n, hint=...)``; ``bonus=True`` makes its
+  points extra credit, beyond the assignment's maximum (see ``grade.make_result``);
 - each submission's results file receives, when its last test is done, one record
   per test: its points, and on failure a message for the student built only from
   the test's docstring, its hint, an explicit ``Feedback`` message and the student's
@@ -39,7 +40,9 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "points(n, hint=''): points the test is worth, and the likely mistake when it fails"
+        "markers",
+        "points(n, hint='', bonus=False): points the test is worth (extra credit if bonus), "
+        "and the likely mistake when it fails",
     )
     config._autograder_results = {}  # submission id -> records of its tests
     config._autograder_batch = []
@@ -149,7 +152,12 @@ def pytest_collection_modifyitems(config, items):
     path = config.getoption("--collect-json")
     if path:
         catalogue = [
-            {"name": item.name, "description": describe(item), "max_score": item.get_closest_marker("points").args[0]}
+            {
+                "name": item.name,
+                "description": describe(item),
+                "max_score": item.get_closest_marker("points").args[0],
+                "bonus": bool(item.get_closest_marker("points").kwargs.get("bonus", False)),
+            }
             for item in items
         ]
         Path(path).write_text(json.dumps(catalogue, indent=1))
@@ -187,6 +195,7 @@ def result_record(item, report, call):
         "score": points if report.passed else 0,
         "status": "passed" if report.passed else "failed",
         "output": "",
+        "bonus": bool(marker.kwargs.get("bonus", False)),
     }
     if not report.passed:
         record["output"] = failure_message(call.excinfo, marker.kwargs.get("hint", ""), submission_of(item))

@@ -19,6 +19,11 @@ def result_of(graded_class, student, assignment):
     return results[(student, assignment)]
 
 
+def full_marks(result):
+    """Every point the hidden tests give, bonus (extra credit) included."""
+    return result["max_score"] + result["extra_data"].get("bonus_max", 0)
+
+
 def failed_tests(result):
     return {t["name"] for t in result["tests"] if t["status"] == "failed"}
 
@@ -32,7 +37,7 @@ def test_every_assignment_with_a_solution_is_graded():
 def test_solution_scores_full_marks(graded_class, assignment):
     result = result_of(graded_class, "solution", assignment)
     assert result["max_score"] > 0
-    assert result["score"] == result["max_score"], {
+    assert result["score"] == full_marks(result), {
         t["name"]: t["output"] for t in result["tests"] if t["status"] == "failed"
     }
 
@@ -55,7 +60,7 @@ def test_catalogue_is_large_enough(assignment):
 @pytest.mark.parametrize(("assignment", "mutant"), MUTANT_CASES, ids=[f"{a}-{m.name}" for a, m in MUTANT_CASES])
 def test_mutant_is_caught(graded_class, assignment, mutant):
     result = result_of(graded_class, f"mutant-{mutant.name}", assignment)
-    assert result["score"] < result["max_score"], f"{mutant.bug}: full marks"
+    assert result["score"] < full_marks(result), f"{mutant.bug}: full marks"
     missed = set(mutant.caught_by) - failed_tests(result)
     assert not missed, f"{mutant.bug}: expected {sorted(missed)} to fail; failed: {sorted(failed_tests(result))}"
 
@@ -63,7 +68,7 @@ def test_mutant_is_caught(graded_class, assignment, mutant):
 @pytest.mark.parametrize(("assignment", "variant"), VARIANT_CASES, ids=[f"{a}-{v}" for a, v in VARIANT_CASES])
 def test_correct_variant_scores_full_marks(graded_class, assignment, variant):
     result = result_of(graded_class, f"variant-{variant}", assignment)
-    assert result["score"] == result["max_score"], {
+    assert result["score"] == full_marks(result), {
         t["name"]: t["output"] for t in result["tests"] if t["status"] == "failed"
     }
 

@@ -26,9 +26,9 @@ def hidden_tests_cell(notebook):
     return cells[0]
 
 
-def result_of(student, score, status="graded", assignment=ASSIGNMENT, max_score=31):
+def result_of(student, score, status="graded", assignment=ASSIGNMENT, max_score=31, bonus=0):
     """A result as ``grade()`` returns it, reduced to what the gradebook reads."""
-    extra_data = {"student": student, "assignment": assignment, "status": status}
+    extra_data = {"student": student, "assignment": assignment, "status": status, "bonus": bonus}
     return {"score": score, "max_score": max_score, "extra_data": extra_data}
 
 
@@ -40,7 +40,7 @@ def test_grade_cell_is_worth_the_hidden_tests_points(assignment):
     meta = cell.metadata.nbgrader
     assert cell.cell_type == "code"
     assert (meta.grade, meta.solution, meta.locked) == (True, False, True)
-    assert meta.points == sum(test["max_score"] for test in collect_tests(assignment))
+    assert meta.points == sum(test["max_score"] for test in collect_tests(assignment) if not test["bonus"])
     assert all(line.startswith("#") for line in cell.source.splitlines()), "a comment only: nothing to run"
     position = notebook.cells.index(cell)
     solutions = [i for i, c in enumerate(notebook.cells) if c.metadata.get("nbgrader", {}).get("solution")]
@@ -88,6 +88,17 @@ def test_gradebook_made_before_the_grade_cell_gets_it(tmp_path):
     with open_gradebook(db_url) as gb:
         assert gb.find_grade_cell(GRADE_CELL, ASSIGNMENT, ASSIGNMENT).max_score == 31
         assert gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, "old").score == 7
+
+
+def test_bonus_points_are_extra_credit(tmp_path):
+    """Bonus points go to nbgrader's extra credit: the grade may pass the cell's maximum, the auto score may not."""
+    db_url = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    record_results([result_of("dan", 34, bonus=3), result_of("eli", 31)], db_url)
+    with open_gradebook(db_url) as gb:
+        dan = gb.find_grade(GRADE_CELL, ASSIGNMENT, ASSIGNMENT, "dan")
+        assert (dan.auto_score, dan.extra_credit, dan.score, dan.max_score) == (31, 3, 34, 31)
+        eli = gb.find_grade(GRADE_CELL, ASSIGNMENT, ASSIGNMENT, "eli")
+        assert (eli.auto_score, eli.extra_credit, eli.score) == (31, None, 31)
 
 
 def test_score_typed_in_formgrader_wins_and_is_flagged_when_regraded(tmp_path):
