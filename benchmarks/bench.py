@@ -5,10 +5,12 @@ time (median, ``torch.utils.benchmark``) and peak memory of:
 
 - attention: the chapter-2 solution's explicit ``scaled_dot_product_attention``, the
   same math written directly in PyTorch, and the fused ``F.scaled_dot_product_attention``;
-- multi-head attention: the chapter-3 solution's ``MultiHeadAttention`` and
+- multi-head attention: the chapter-3 solution's ``MultiHeadAttention`` (its explicit
+  path, and with ``fused = True``: ``F.scaled_dot_product_attention``) and
   ``nn.MultiheadAttention(batch_first=True)``;
-- ViT-B/16: the chapter-5 solution's ``VisionTransformer`` and a reference ViT built
-  from PyTorch's modules (``nn.TransformerEncoderLayer``), same configuration;
+- ViT-B/16: the chapter-5 solution's ``VisionTransformer`` (explicit and fused) and a
+  reference ViT built from PyTorch's modules (``nn.TransformerEncoderLayer``), same
+  configuration;
 - the grader: seconds per submission of each chapter's solution, and submissions
   per minute with ``--jobs 1`` and ``--jobs 2``.
 
@@ -129,9 +131,12 @@ def bench_mha(quick, min_run_time):
     for device in devices():
         for dtype in (torch.float32, torch.bfloat16):
             ours = solution_class(embed_dim, num_heads).to(device=device, dtype=dtype)
+            fused = solution_class(embed_dim, num_heads).to(device=device, dtype=dtype)
+            fused.fused = True
             theirs = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True).to(device=device, dtype=dtype)
             implementations = {
                 "solution MultiHeadAttention": lambda x, m=ours: m(x),
+                "solution, fused = True": lambda x, m=fused: m(x),
                 "nn.MultiheadAttention": lambda x, m=theirs: m(x, x, x, need_weights=False)[0],
             }
             for n in sequence_lengths(device, dtype, quick):
@@ -170,6 +175,14 @@ class ReferenceViT(nn.Module):
         return self.head(self.norm(self.encoder(x))[:, 0])
 
 
+def use_fused_attention(model):
+    """``model`` with every attention module switched to F.scaled_dot_product_attention."""
+    for module in model.modules():
+        if hasattr(module, "fused"):
+            module.fused = True
+    return model
+
+
 def bench_vit(quick, min_run_time):
     """The chapter-5 VisionTransformer against the reference, ViT-B/16 (a small ViT with --quick)."""
     solution_class = load("05_vision_transformer")["VisionTransformer"]
@@ -182,6 +195,7 @@ def bench_vit(quick, min_run_time):
         for dtype in (torch.float32, torch.bfloat16) if device == "cuda" else (torch.float32,):
             models = {
                 "solution VisionTransformer": solution_class(**config),
+                "solution, fused = True": use_fused_attention(solution_class(**config)),
                 "reference ViT (nn modules)": ReferenceViT(**config),
             }
             for name, model in models.items():
