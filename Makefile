@@ -6,7 +6,7 @@ PY := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 ASSIGNMENT_NAMES := $(notdir $(wildcard solutions/*))
 
-.PHONY: all venv sandbox book assignments grade-demo grade test test-scale bench gpu-check lint clean
+.PHONY: all venv sandbox chromium book browser-test nbval assignments grade-demo grade test test-scale bench gpu-check lint clean
 
 ## all: set up, build the book and grade the demo class (the main job)
 all: book grade-demo
@@ -23,9 +23,19 @@ sandbox:
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq bubblewrap; } \
 		|| echo "bubblewrap is not installed: grading falls back to rlimits (see README)"
 
+## chromium: install Chromium, the browser that browser-test drives (Debian's package; needs root)
+chromium:
+	@{ [ -n "$$CHROMIUM" ] && [ -x "$$CHROMIUM" ]; } || command -v chromium >/dev/null \
+		|| { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| { echo "chromium is missing: install Debian's package as root (apt-get install chromium), or set CHROMIUM=/path/to/chromium"; exit 1; }
+
 ## book: build the book into _build/html (warnings are errors)
 book: venv
 	$(BIN)/jupyter-book build . -W -n --keep-going
+
+## browser-test: open every page of the built book in headless Chromium (after `make book`); screenshots in _build/screenshots
+browser-test: venv chromium
+	$(BIN)/pytest tests/browser -p no:cacheprovider
 
 ## assignments: regenerate assignments/ (nbgrader's release) from solutions/ (its source)
 assignments: venv
@@ -40,15 +50,20 @@ grade: venv sandbox
 	$(PY) -m autograder grade $(or $(SUBMITTED),submitted) --out $(or $(OUT),grades) --jobs $(or $(JOBS),2)
 
 lint: venv
-	$(BIN)/ruff check --line-length 120 --select E,F,W,B,I,UP --extend-exclude tests/demo autograder benchmarks tests nbgrader_config.py
-	$(BIN)/ruff format --line-length 120 --extend-exclude tests/demo --check autograder benchmarks tests nbgrader_config.py
+	$(BIN)/ruff check --line-length 120 --select E,F,W,B,I,UP --extend-exclude tests/demo autograder benchmarks tests _ext nbgrader_config.py
+	$(BIN)/ruff format --line-length 120 --extend-exclude tests/demo --check autograder benchmarks tests _ext nbgrader_config.py
 
-## test: every test: lint, grader and catalogue, fresh assignments, solutions under nbval, and the
-## strict book build, which executes every chapter (a cell that raises fails it)
+## test: every test: lint, grader and catalogue, fresh assignments, the solutions run as in Colab; then
+## the strict book build (which executes every chapter) beside nbval of every chapter and solution;
+## then the built book in a browser
 test: lint sandbox
-	$(BIN)/pytest tests -p no:cacheprovider --ignore=tests/scale
-	$(BIN)/pytest --nbval-lax solutions -p no:cacheprovider
-	$(MAKE) book
+	$(BIN)/pytest tests -p no:cacheprovider --ignore=tests/scale --ignore=tests/browser
+	$(MAKE) -j2 --output-sync=target book nbval
+	$(MAKE) browser-test
+
+## nbval: re-execute every chapter and solution notebook (one thread each, so it can run beside the book build)
+nbval: venv
+	OMP_NUM_THREADS=1 $(BIN)/pytest --nbval-lax book solutions -p no:cacheprovider
 
 ## test-scale: grade a class of 200 (correct, buggy and broken) with --jobs 2, and report time and memory
 test-scale: venv sandbox
