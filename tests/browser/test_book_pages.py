@@ -88,7 +88,9 @@ WIDE_DISPLAY_MATH = r"""() => {
         .map(container => {
             const wrapper = container.closest("div.math") || container.parentElement;
             const eqno = wrapper.querySelector(".eqno");
-            const number = eqno ? (eqno.textContent.match(/\([^)]*\)/) || [eqno.textContent.trim()])[0] : "(unnumbered)";
+            const number = eqno
+                ? (eqno.textContent.match(/\([^)]*\)/) || [eqno.textContent.trim()])[0]
+                : "(unnumbered)";
             const math = container.querySelector("mjx-math") || container;
             return {
                 number: number,
