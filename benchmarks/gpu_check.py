@@ -15,6 +15,7 @@ when a check fails.
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -43,9 +44,10 @@ def grade_solutions_on_cuda(out):
         [sys.executable, "-m", "autograder", "grade", *notebooks, "--out", out / "solutions", "--device", "cuda"]
         + ["--jobs", jobs, "--force"]
     )
-    rows = (out / "solutions" / "grades.csv").read_text().splitlines()[1:]
-    full = all(row.split(",")[2] == row.split(",")[3] for row in rows)
-    return code == 0 and full and len(rows) == len(notebooks)
+    results = [json.loads(path.read_text()) for path in (out / "solutions").glob("*/*/results.json")]
+    # full marks, bonus (extra credit beyond max_score) included
+    full = all(r["score"] == r["max_score"] + r["extra_data"].get("bonus_max", 0) for r in results)
+    return code == 0 and full and len(results) == len(notebooks)
 
 
 def catalogue_on_cuda():
