@@ -293,6 +293,11 @@ def make_result(job, tests, error, seconds, isolation=None):
     }
 
 
+def full_marks(result):
+    """Every point a result's hidden tests can give: its max_score and the bonus (extra credit) beyond it."""
+    return result["max_score"] + result["extra_data"].get("bonus_max", 0)
+
+
 def feedback_text(result):
     """The human-readable feedback beside results.json."""
     extra = result["extra_data"]

@@ -129,9 +129,9 @@ def record_result(gb, result):
     gb.update_or_create_student(student)
     gb.update_or_create_submission(assignment, student)
     grade = grade_of(gb, gb.find_grade_cell(GRADE_CELL, assignment, assignment), assignment, student)
+    score, bonus = (0.0, 0.0) if extra["status"] == "error" else (float(result["score"]), float(extra.get("bonus", 0)))
     # nbgrader keeps extra credit apart from the auto score and adds it to the grade's score
-    bonus = 0.0 if extra["status"] == "error" else float(extra.get("bonus", 0))
-    grade.auto_score = 0.0 if extra["status"] == "error" else float(result["score"]) - bonus
+    grade.auto_score = score - bonus
     grade.extra_credit = bonus or None
     grade.needs_manual_grade = grade.manual_score is not None
     gb.db.commit()

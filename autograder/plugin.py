@@ -151,16 +151,14 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(f"hidden test {item.nodeid} has no @pytest.mark.points")
     path = config.getoption("--collect-json")
     if path:
-        catalogue = [
-            {
-                "name": item.name,
-                "description": describe(item),
-                "max_score": item.get_closest_marker("points").args[0],
-                "bonus": bool(item.get_closest_marker("points").kwargs.get("bonus", False)),
-            }
-            for item in items
-        ]
+        catalogue = [{"name": item.name, "description": describe(item), **points_of(item)} for item in items]
         Path(path).write_text(json.dumps(catalogue, indent=1))
+
+
+def points_of(item):
+    """{"max_score", "bonus"} of a test, from its ``points`` marker."""
+    marker = item.get_closest_marker("points")
+    return {"max_score": marker.args[0], "bonus": bool(marker.kwargs.get("bonus", False))}
 
 
 def describe(item):
@@ -187,15 +185,14 @@ def submission_of(item):
 
 def result_record(item, report, call):
     marker = item.get_closest_marker("points")
-    points = marker.args[0]
+    points = points_of(item)
     record = {
         "name": test_name(item),
         "description": describe(item),
-        "max_score": points,
-        "score": points if report.passed else 0,
+        **points,
+        "score": points["max_score"] if report.passed else 0,
         "status": "passed" if report.passed else "failed",
         "output": "",
-        "bonus": bool(marker.kwargs.get("bonus", False)),
     }
     if not report.passed:
         record["output"] = failure_message(call.excinfo, marker.kwargs.get("hint", ""), submission_of(item))

@@ -131,8 +131,7 @@ def bench_mha(quick, min_run_time):
     for device in devices():
         for dtype in (torch.float32, torch.bfloat16):
             ours = solution_class(embed_dim, num_heads).to(device=device, dtype=dtype)
-            fused = solution_class(embed_dim, num_heads).to(device=device, dtype=dtype)
-            fused.fused = True
+            fused = use_fused_attention(solution_class(embed_dim, num_heads)).to(device=device, dtype=dtype)
             theirs = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True).to(device=device, dtype=dtype)
             implementations = {
                 "solution MultiHeadAttention": lambda x, m=ours: m(x),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from autograder.grade import gradable_assignments
+from autograder.grade import full_marks, gradable_assignments
 from autograder.student_process import PeakMemory
 
 from .solutions import ROOT, load, solution_notebook
@@ -45,8 +45,7 @@ def grade_solutions_on_cuda(out):
         + ["--jobs", jobs, "--force"]
     )
     results = [json.loads(path.read_text()) for path in (out / "solutions").glob("*/*/results.json")]
-    # full marks, bonus (extra credit beyond max_score) included
-    full = all(r["score"] == r["max_score"] + r["extra_data"].get("bonus_max", 0) for r in results)
+    full = all(r["score"] == full_marks(r) for r in results)
     return code == 0 and full and len(results) == len(notebooks)
 
 

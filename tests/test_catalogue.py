@@ -5,7 +5,7 @@ Everything here reads the results of one grading run (see ``graded_class``).
 
 import pytest
 
-from autograder.grade import GRADED_NAMES
+from autograder.grade import GRADED_NAMES, full_marks
 
 from .conftest import ASSIGNMENTS, mutants, variants
 
@@ -17,11 +17,6 @@ def result_of(graded_class, student, assignment):
     results, completed, _ = graded_class
     assert (student, assignment) in results, f"no result for {student}/{assignment}:\n{completed.stderr[-2000:]}"
     return results[(student, assignment)]
-
-
-def full_marks(result):
-    """Every point the hidden tests give, bonus (extra credit) included."""
-    return result["max_score"] + result["extra_data"].get("bonus_max", 0)
 
 
 def failed_tests(result):
